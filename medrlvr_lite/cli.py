@@ -32,7 +32,9 @@ console = Console(stderr=True)
 
 def _fail(message: str, code: int = 2) -> None:
     """Print a user-facing error and exit (no traceback)."""
-    console.print(f"[bold red]error:[/] {message}")
+    from rich.markup import escape
+
+    console.print(f"[bold red]error:[/] {escape(message)}")
     raise typer.Exit(code)
 
 
@@ -229,6 +231,73 @@ def prompt(
     if not 0 <= index < len(records):
         _fail(f"--index {index} is out of range: {spec} has {len(records)} records")
     typer.echo(render_prompt(records[index], style=style))
+
+
+# --- train sft: the supervised baseline, answers only (sft.py) --------------------------------------------------
+@train_app.command("sft")
+def train_sft_cmd(
+    config: str = typer.Option(
+        None, "--config", "-c", help="Config file (YAML); its model/data/sft/eval sections."
+    ),
+    overrides: list[str] = typer.Option(None, "--set", help="Override a config field: section.field=value."),
+    output_dir: str = typer.Option(
+        None, "--output-dir", "-o", help="Run directory (default: sft.output_dir)."
+    ),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue from the last checkpoint; finished runs and grid points are kept."
+    ),
+    lr_grid: str = typer.Option(
+        None,
+        "--lr-grid",
+        help="Learning rates, comma-separated (paper: 1e-5,5e-6,1e-6): one run each, the best on sft.dev_dataset kept.",
+    ),
+    model: str = typer.Option(None, "--model", "-m", help="Base model: Hub id, local path or 'tiny'."),
+    backend: str = typer.Option(None, "--backend", help="auto, unsloth, hf or cpu (default: config)."),
+    dataset: str = typer.Option(None, "--dataset", "-d", help="Training data spec (default: sft.dataset)."),
+    learning_rate: float = typer.Option(None, "--learning-rate", "--lr", help="Learning rate (no grid)."),
+    epochs: float = typer.Option(None, "--epochs", help="Epochs (default: sft.num_train_epochs)."),
+    max_steps: int = typer.Option(None, "--max-steps", help="Optimizer steps; overrides --epochs."),
+) -> None:
+    """Supervised fine-tuning on the gold answers (the paper's SFT baseline), LoRA on TRL's SFTTrainer.
+
+    Writes config.yaml, checkpoint-N/, adapter/, metrics.jsonl and run.json in the run directory; with
+    --lr-grid one lr_<value>/ run each, grid.json (dev accuracy per learning rate), best.json, and the best
+    adapter in adapter/. Ctrl-C or SIGTERM saves a checkpoint; rerun with --resume to continue.
+    """
+    from pydantic import ValidationError
+
+    from medrlvr_lite.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(config, overrides)
+        for section, key, value in (
+            (cfg.model, "name_or_path", model), (cfg.model, "backend", backend), (cfg.sft, "dataset", dataset),
+            (cfg.sft, "learning_rate", learning_rate), (cfg.sft, "num_train_epochs", epochs),
+            (cfg.sft, "max_steps", max_steps), (cfg.sft, "output_dir", output_dir),
+        ):  # fmt: skip
+            if value is not None:
+                setattr(section, key, value)
+    except ConfigError as exc:
+        _fail(str(exc))
+    except ValidationError as exc:
+        _fail("; ".join(f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()))
+    from medrlvr_lite.sft import SFTError, TrainingInterrupted, train_sft
+
+    try:
+        adapter = train_sft(cfg, resume=resume, lr_grid=lr_grid)
+    except TrainingInterrupted as exc:
+        console.print(f"[bold yellow]interrupted:[/] {exc}")
+        raise typer.Exit(130 if exc.signal_name == "SIGINT" else 143) from None
+    except (SFTError, ValueError, RuntimeError, OSError) as exc:
+        if isinstance(exc, SFTError) or type(exc).__name__ in ("DataError", "BackendError", "EvalError"):
+            _fail(str(exc))
+        raise
+    run_dir = adapter.parent
+    console.print(f"[bold green]adapter[/]: {adapter}")
+    if (run_dir / "grid.json").is_file():
+        console.print(f"grid: {run_dir / 'grid.json'}  best: {run_dir / 'best.json'}")
+    else:
+        console.print(f"metrics: {run_dir / 'metrics.jsonl'}  run: {run_dir / 'run.json'}")
 
 
 # --- eval: generate, verify, accuracy ± bootstrap SD (evaluate.py) ---------------------------------------------
@@ -463,9 +532,9 @@ def export_cmd(
             license=license,
         )
     except PushError as exc:
-        _fail(escape(str(exc)), code=1)
+        _fail(str(exc), code=1)
     except ExportError as exc:
-        _fail(escape(str(exc)))
+        _fail(str(exc))
     dtype = f", {result.dtype}" if result.dtype else ""
     console.print(f"[bold green]exported[/] ({result.merge}{dtype}): {escape(str(result.out_dir))}")
     console.print(f"model card: {escape(str(result.card))}", highlight=False)
