@@ -442,7 +442,7 @@ def shape_config(shape: str, cfg: ModelConfig | None = None, vocab_size: int | N
             num_attention_heads=4,
             num_key_value_heads=2,
             hidden_act="silu",
-            max_position_embeddings=max(cfg.max_seq_length, 2048),
+            max_position_embeddings=max(cfg.max_seq_length, 4096),
             initializer_range=cfg.tiny_initializer_range,
             rms_norm_eps=1e-6,
             tie_word_embeddings=True,
@@ -486,6 +486,12 @@ def build_tiny(cfg: ModelConfig) -> tuple[Any, Any]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = Qwen2ForCausalLM(config)
+        # pad == EOS here, and Qwen2 zeroes the padding_idx row of the (tied) embedding: the EOS logit would be
+        # pinned at 0 and a LoRA (which cannot touch the tied lm_head) could never learn to stop. Give EOS a row.
+        emb = model.get_input_embeddings()
+        with torch.no_grad():
+            emb.weight[tokenizer.pad_token_id].normal_(0.0, config.initializer_range)
+        emb.padding_idx = None
     model.to(torch.float32)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
