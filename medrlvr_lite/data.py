@@ -112,6 +112,7 @@ MIN_OPTIONS, MAX_OPTIONS = 2, len(LETTERS)
 NONE_OF_THE_ABOVE = "None of the above"
 ASSETS = Path(__file__).resolve().parent / "assets"
 SMOKE_PATH = ASSETS / "smoke_questions.jsonl"
+SMOKE_OOD_PATH = ASSETS / "smoke_ood_questions.jsonl"
 PUBMEDQA_TEST_PMIDS_PATH = ASSETS / "pubmedqa_test_pmids.txt"
 FILE_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".parquet")
 
@@ -317,10 +318,11 @@ DATASETS: dict[str, DatasetInfo] = {
     ),
     "smoke": DatasetInfo(
         "smoke",
-        "40 bundled simple medical questions (offline smoke study, tiny tokenizer); train 32 / test 8.",
+        "40 bundled simple medical questions (offline smoke study, tiny tokenizer); train 32 / test 8; "
+        "ood: 12 other-format questions (yes/no/maybe, 3 options) for the smoke study's out-of-distribution set.",
         None,
         None,
-        ("all", "train", "test"),
+        ("all", "train", "test", "ood"),
         "all",
     ),
 }
@@ -905,8 +907,9 @@ def _source_smoke(spec: Spec, info: DatasetInfo) -> _Source:
     subset = (spec.subset or info.default_subset).lower()
     if subset not in info.subsets:
         raise DataError(f"smoke: unknown subset {subset!r}; choose one of {', '.join(info.subsets)}")
-    path = Path(spec.path).expanduser() if _local(spec) else SMOKE_PATH
-    keep = {"all": None, "train": lambda i: i % 5 != 4, "test": lambda i: i % 5 == 4}[subset]
+    default = SMOKE_OOD_PATH if subset == "ood" else SMOKE_PATH
+    path = Path(spec.path).expanduser() if _local(spec) else default
+    keep = {"all": None, "ood": None, "train": lambda i: i % 5 != 4, "test": lambda i: i % 5 == 4}[subset]
     return _Source(
         _read_file(_resolve_path(str(path), None, "smoke")), _user_make("smoke", subset, keep), str(path)
     )

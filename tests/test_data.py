@@ -512,3 +512,12 @@ def test_cli_export_round_trip(tmp_path):
     expected = load_records("smoke", DataOptions(shuffle_options_seed=5, add_none_of_the_above=True))
     assert load_records(f"jsonl@{out}") == expected
     assert all(r.source == "smoke" and r.options[r.letters[-1]] == NONE_OF_THE_ABOVE for r in expected)
+
+
+def test_bundled_smoke_ood_set_is_a_different_format():
+    from medrlvr_lite.data import load_records
+
+    ood = load_records("smoke:ood")
+    assert len(ood) == 12 and all(len(r.options) == 3 for r in ood)
+    assert {r.gold for r in ood} == {"A", "B", "C"}
+    assert not {r.id for r in ood} & {r.id for r in load_records("smoke")}
