@@ -165,6 +165,11 @@ class RLVRConfig(_Section):
         description="SFT steps that teach the tag format before GRPO (tiny model only; a base 3B needs none).",
     )
     format_warmup_lr: float = Field(3e-3, description="Learning rate of the format warm-up.")
+    max_train_prompts: int | None = Field(
+        None,
+        description="Train on the first N questions of rlvr.dataset only (None: all); the smoke run uses a few.",
+        ge=1,
+    )
 
 
 class SFTStageConfig(_Section):
