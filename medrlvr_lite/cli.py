@@ -233,6 +233,67 @@ def prompt(
     typer.echo(render_prompt(records[index], style=style))
 
 
+# --- train rlvr: GRPO with the verifier reward (rlvr.py) --------------------------------------------------------
+@train_app.command("rlvr")
+def train_rlvr_cmd(
+    config: str = typer.Option(
+        None, "--config", "-c", help="Config file (YAML); its model/data/rlvr sections."
+    ),
+    overrides: list[str] = typer.Option(None, "--set", help="Override a config field: section.field=value."),
+    output_dir: str = typer.Option(
+        None, "--output-dir", "-o", help="Run directory (default: rlvr.output_dir)."
+    ),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue from the last checkpoint-N (same step count, logs cut back to it)."
+    ),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Delete an earlier run in the directory first."
+    ),
+    model: str = typer.Option(None, "--model", "-m", help="Base model: Hub id, local path or 'tiny'."),
+    backend: str = typer.Option(None, "--backend", help="auto, unsloth, hf or cpu (default: config)."),
+    dataset: str = typer.Option(None, "--dataset", "-d", help="Training data spec (default: rlvr.dataset)."),
+    learning_rate: float = typer.Option(None, "--learning-rate", "--lr", help="Learning rate."),
+    max_steps: int = typer.Option(None, "--max-steps", help="Optimizer steps (default: rlvr.max_steps)."),
+) -> None:
+    """RLVR: GRPO (TRL) on a LoRA policy with the verifier as reward (the paper's -1 / 0 / +1 by default).
+
+    Writes config.yaml, checkpoint-N/, adapter/, metrics.jsonl, completions.jsonl, training_args.json and
+    run.json in the run directory. Ctrl-C or SIGTERM saves a checkpoint; rerun with --resume to continue.
+    """
+    from pydantic import ValidationError
+
+    from medrlvr_lite.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(config, overrides)
+        for section, key, value in (
+            (cfg.model, "name_or_path", model), (cfg.model, "backend", backend), (cfg.rlvr, "dataset", dataset),
+            (cfg.rlvr, "learning_rate", learning_rate), (cfg.rlvr, "max_steps", max_steps),
+            (cfg.rlvr, "output_dir", output_dir),
+        ):  # fmt: skip
+            if value is not None:
+                setattr(section, key, value)
+    except ConfigError as exc:
+        _fail(str(exc))
+    except ValidationError as exc:
+        _fail("; ".join(f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()))
+    from medrlvr_lite.rlvr import RLVRError, TrainingInterrupted, train_rlvr
+
+    try:
+        run_dir = train_rlvr(cfg, resume=resume, overwrite=overwrite)
+    except TrainingInterrupted as exc:
+        console.print(str(exc), style="bold yellow", markup=False, soft_wrap=True)
+        raise typer.Exit(exc.exit_code) from None
+    except (RLVRError, ValueError, RuntimeError, OSError) as exc:
+        if isinstance(exc, RLVRError) or type(exc).__name__ in ("DataError", "BackendError"):
+            _fail(str(exc))
+        raise
+    console.print(f"[bold green]run[/]: {run_dir}  adapter: {run_dir / 'adapter'}", soft_wrap=True)
+    console.print(
+        f"metrics: {run_dir / 'metrics.jsonl'}  completions: {run_dir / 'completions.jsonl'}", soft_wrap=True
+    )
+
+
 # --- train sft: the supervised baseline, answers only (sft.py) --------------------------------------------------
 @train_app.command("sft")
 def train_sft_cmd(
@@ -245,6 +306,9 @@ def train_sft_cmd(
     ),
     resume: bool = typer.Option(
         False, "--resume", help="Continue from the last checkpoint; finished runs and grid points are kept."
+    ),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Delete an earlier run in the directory first."
     ),
     lr_grid: str = typer.Option(
         None,
@@ -284,10 +348,10 @@ def train_sft_cmd(
     from medrlvr_lite.sft import SFTError, TrainingInterrupted, train_sft
 
     try:
-        adapter = train_sft(cfg, resume=resume, lr_grid=lr_grid)
+        adapter = train_sft(cfg, resume=resume, lr_grid=lr_grid, overwrite=overwrite)
     except TrainingInterrupted as exc:
         console.print(f"[bold yellow]interrupted:[/] {exc}")
-        raise typer.Exit(130 if exc.signal_name == "SIGINT" else 143) from None
+        raise typer.Exit(exc.exit_code) from None
     except (SFTError, ValueError, RuntimeError, OSError) as exc:
         if isinstance(exc, SFTError) or type(exc).__name__ in ("DataError", "BackendError", "EvalError"):
             _fail(str(exc))
