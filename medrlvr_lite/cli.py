@@ -550,8 +550,23 @@ def study(
         )
     except (ConfigError, StudyError) as exc:
         _fail(str(exc))
-    except Exception as exc:  # a stage's own user-facing errors (data, backend, eval) carry their message
-        if type(exc).__name__ in ("DataError", "BackendError", "EvalError", "ReportError", "DynamicsError"):
+    except (
+        Exception
+    ) as exc:  # a stage's own user-facing errors (data, backend, eval, training) carry their message
+        if type(exc).__name__ == "TrainingInterrupted":
+            console.print(str(exc), style="bold yellow", markup=False, soft_wrap=True)
+            console.print("rerun the same `medrlvr-lite study` command to continue where it stopped")
+            raise typer.Exit(getattr(exc, "exit_code", 130)) from None
+        user_errors = (
+            "DataError",
+            "BackendError",
+            "EvalError",
+            "ReportError",
+            "DynamicsError",
+            "RLVRError",
+            "SFTError",
+        )
+        if type(exc).__name__ in user_errors:
             _fail(str(exc))
         raise
     console.print(f"[bold green]study complete[/]: {path}")

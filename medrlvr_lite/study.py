@@ -201,7 +201,11 @@ class Study:
             try:
                 self.run_phase(phase)
             except BaseException as exc:
-                status = "interrupted" if isinstance(exc, (KeyboardInterrupt, SystemExit)) else "failed"
+                stopped = (
+                    isinstance(exc, (KeyboardInterrupt, SystemExit))
+                    or type(exc).__name__ == "TrainingInterrupted"
+                )
+                status = "interrupted" if stopped else "failed"
                 self._record(phase, status, time.perf_counter() - start, f"{type(exc).__name__}: {exc}")
                 raise
             self._record(phase, "done", time.perf_counter() - start)
