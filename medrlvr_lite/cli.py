@@ -254,6 +254,9 @@ def train_rlvr_cmd(
     dataset: str = typer.Option(None, "--dataset", "-d", help="Training data spec (default: rlvr.dataset)."),
     learning_rate: float = typer.Option(None, "--learning-rate", "--lr", help="Learning rate."),
     max_steps: int = typer.Option(None, "--max-steps", help="Optimizer steps (default: rlvr.max_steps)."),
+    preset: str = typer.Option(
+        "auto", "--preset", help="GPU preset: auto (by GPU memory; none on CPU), t4, 24gb, 80gb or none."
+    ),
 ) -> None:
     """RLVR: GRPO (TRL) on a LoRA policy with the verifier as reward (the paper's -1 / 0 / +1 by default).
 
@@ -273,6 +276,10 @@ def train_rlvr_cmd(
         ):  # fmt: skip
             if value is not None:
                 setattr(section, key, value)
+        from medrlvr_lite.presets import apply_preset, override_keys
+
+        keep = override_keys(overrides) + (["model.backend"] if backend is not None else [])
+        cfg, _ = apply_preset(cfg, preset, keep=keep, output_dir=cfg.rlvr.output_dir)
     except ConfigError as exc:
         _fail(str(exc))
     except ValidationError as exc:

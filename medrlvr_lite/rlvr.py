@@ -307,7 +307,8 @@ def _callbacks():
             with self.metrics_path.open("a", encoding="utf-8") as f:
                 f.write(json.dumps(line) + "\n")
             self.last = line
-            if rows and self.n > 0 and step % self.every == 0:
+            due = step % self.every == 0 or step == 1 or step >= int(state.max_steps or 0) > 0
+            if rows and self.n > 0 and due:  # also the first and last steps: the dynamics see both ends
                 k = min(self.n, len(rows))
                 picks = [rows[(i * len(rows)) // k] for i in range(k)]  # spread over the prompts
                 with self.completions_path.open("a", encoding="utf-8") as f:
@@ -551,7 +552,11 @@ def _prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> Path | Non
         for name in ("metrics.jsonl", "completions.jsonl"):
             truncate_jsonl(run_dir / name, step)
         return last
-    used = [p.name for p in (run_dir.iterdir() if run_dir.is_dir() else []) if p.name != "config.yaml"]
+    used = [
+        p.name
+        for p in (run_dir.iterdir() if run_dir.is_dir() else [])
+        if p.name not in ("config.yaml", "preset.json")
+    ]
     if used and not overwrite:
         raise RLVRError(
             f"output dir {run_dir} already holds a run ({', '.join(sorted(used)[:4])}...): pass --resume to "

@@ -159,7 +159,7 @@ def test_run_directory_and_log_fields(learned_run):
 
     completions = rlvr.read_jsonl(learned_run / "completions.jsonl")
     steps = sorted({c["step"] for c in completions})
-    assert steps == list(range(2, 25, 2))  # log_completions_every 2
+    assert steps == [1, *range(2, 25, 2)]  # log_completions_every 2, plus the first step (and the last, 24)
     for c in completions:
         assert set(c) >= COMPLETION_FIELDS, COMPLETION_FIELDS - set(c)
         assert c["gold"] == "A" and c["prompt"].startswith("A conversation between User and Assistant")
