@@ -496,6 +496,15 @@ def _precision(loaded_info: dict, backend: str) -> dict[str, bool]:
     return {"bf16": dtype == "bfloat16", "fp16": dtype == "float16"}
 
 
+def _warmup(args_cls: Any, ratio: float) -> dict[str, float]:
+    """transformers 5 folded ``warmup_ratio`` into a float ``warmup_steps``; older releases (the ones Unsloth
+    pins on Colab) still have ``warmup_ratio`` and an integer ``warmup_steps``."""
+    import dataclasses
+
+    fields = {f.name for f in dataclasses.fields(args_cls)}
+    return {"warmup_ratio": ratio} if "warmup_ratio" in fields else {"warmup_steps": ratio}
+
+
 def grpo_args(cfg: Config, run_dir: Path, backend: str, info: dict) -> Any:
     """The ``trl.GRPOConfig`` of ``cfg`` for this backend (precision, vLLM, checkpointing resolved)."""
     from trl import GRPOConfig
@@ -518,7 +527,7 @@ def grpo_args(cfg: Config, run_dir: Path, backend: str, info: dict) -> Any:
         scale_rewards=r.scale_rewards,
         learning_rate=r.learning_rate,
         lr_scheduler_type=r.lr_scheduler_type,
-        warmup_steps=r.warmup_ratio,
+        **_warmup(GRPOConfig, r.warmup_ratio),
         weight_decay=r.weight_decay,
         max_grad_norm=r.max_grad_norm,
         optim=r.optim,

@@ -465,6 +465,10 @@ def test_merge_4bit_with_force_merges_in_16bit_then_quantises(run, tmp_path, mon
         model.save_pretrained(str(out))
 
     monkeypatch.setattr(models_mod, "_cuda_available", lambda: True)
+    real_has_module = models_mod._has_module  # bitsandbytes is a GPU extra, absent from the CPU test install
+    monkeypatch.setattr(
+        models_mod, "_has_module", lambda name: name == "bitsandbytes" or real_has_module(name)
+    )
     monkeypatch.setattr(export_mod, "_quantise_nf4", fake_quantise)
     out = tmp_path / "q4"
     result = runner.invoke(app, ["export", str(run.dir), "--out", str(out), "--merge", "4bit", "--force"])
