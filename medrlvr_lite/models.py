@@ -392,7 +392,7 @@ def build_tiny_tokenizer(cfg: ModelConfig) -> Any:
         pad_token=EOS_TOKEN,
         additional_special_tokens=["<|im_start|>", "<|im_end|>"],
         padding_side="left",
-        model_max_length=cfg.max_seq_length,
+        model_max_length=max(cfg.max_seq_length, 4096),  # = the tiny model's max_position_embeddings
         clean_up_tokenization_spaces=False,
     )
     tokenizer.chat_template = TINY_CHAT_TEMPLATE
