@@ -92,6 +92,12 @@ def test_smoke_study_killed_during_rlvr_resumes_finishes_and_reruns_nothing(tmp_
         "complete",
         "done",
     )
+    # ... and learned: the mean reward of its last quarter of steps beats the first quarter by 0.2 or more
+    rewards = [
+        json.loads(line)["reward"] for line in (out / "rlvr" / "metrics.jsonl").read_text().splitlines()
+    ]
+    quarter = len(rewards) // 4
+    assert sum(rewards[-quarter:]) / quarter - sum(rewards[:quarter]) / quarter >= 0.2, rewards
 
     # the report's numbers are the per-phase results
     results = json.loads((out / "results.json").read_text())
