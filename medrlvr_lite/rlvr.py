@@ -39,9 +39,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import random
-import re
 import signal
 import sys
 import time
@@ -52,6 +50,9 @@ from typing import TYPE_CHECKING, Any
 
 from medrlvr_lite.config import Config, RewardConfig, save_config
 from medrlvr_lite.prompts import render_prompt
+from medrlvr_lite.runs import checkpoint_step, find_last_checkpoint, read_jsonl, truncate_jsonl
+from medrlvr_lite.runs import run_versions as _versions
+from medrlvr_lite.runs import write_json as _write_json
 from medrlvr_lite.verifier import verify
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -68,7 +69,6 @@ _TRL_FIELDS = {
     "loss": "loss",
     "learning_rate": "learning_rate",
 }
-_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
 class RLVRError(RuntimeError):
@@ -198,59 +198,6 @@ def _finite(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
-
-
-def read_jsonl(path: str | Path) -> list[dict]:
-    """The JSON lines of ``path`` (a torn last line, from a killed process, is skipped)."""
-    rows = []
-    p = Path(path)
-    if not p.is_file():
-        return rows
-    for line in p.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except ValueError:
-                continue
-    return rows
-
-
-def truncate_jsonl(path: str | Path, max_step: int) -> int:
-    """Keep only the lines of ``path`` with ``step <= max_step`` (atomically); returns how many were removed."""
-    p = Path(path)
-    if not p.is_file():
-        return 0
-    lines = p.read_text(encoding="utf-8").splitlines()
-    keep = []
-    for line in lines:
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= max_step:
-            keep.append(line)
-    tmp = p.with_suffix(p.suffix + ".tmp")
-    tmp.write_text("".join(x + "\n" for x in keep), encoding="utf-8")
-    os.replace(tmp, p)
-    return len(lines) - len(keep)
-
-
-def find_last_checkpoint(run_dir: str | Path) -> Path | None:
-    """The ``checkpoint-N`` with the largest N that holds a ``trainer_state.json`` (a complete save)."""
-    best, best_n = None, -1
-    root = Path(run_dir)
-    if not root.is_dir():
-        return None
-    for child in root.iterdir():
-        m = _CHECKPOINT.match(child.name)
-        if m and child.is_dir() and (child / "trainer_state.json").is_file() and int(m.group(1)) > best_n:
-            best, best_n = child, int(m.group(1))
-    return best
-
-
-def checkpoint_step(checkpoint: str | Path) -> int:
-    state = json.loads((Path(checkpoint) / "trainer_state.json").read_text())
-    return int(state["global_step"])
 
 
 def summarize_metrics(path: str | Path) -> dict[str, Any]:
@@ -466,28 +413,6 @@ def format_warmup(
 # Training
 
 
-def _versions() -> dict[str, str | None]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out: dict[str, str | None] = {"python": sys.version.split()[0]}
-    for name in (
-        "medrlvr-lite",
-        "torch",
-        "transformers",
-        "trl",
-        "peft",
-        "datasets",
-        "accelerate",
-        "unsloth",
-        "vllm",
-    ):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = None
-    return out
-
-
 def _precision(loaded_info: dict, backend: str) -> dict[str, bool]:
     """TRL's GRPOConfig defaults to bf16, which fails on CPU and on T4-class GPUs: say it explicitly."""
     if backend == "cpu":
@@ -578,12 +503,6 @@ def _prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> Path | Non
             target = run_dir / name
             shutil.rmtree(target) if target.is_dir() else target.unlink()
     return None
-
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
 
 
 def train_rlvr(

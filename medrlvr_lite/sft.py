@@ -63,6 +63,11 @@ from pathlib import Path
 from typing import Any
 
 from medrlvr_lite.config import Config, save_config
+from medrlvr_lite.runs import checkpoint_step
+from medrlvr_lite.runs import find_last_checkpoint as last_checkpoint
+from medrlvr_lite.runs import run_versions as _versions
+from medrlvr_lite.runs import truncate_jsonl as truncate_metrics
+from medrlvr_lite.runs import write_json as _write_json
 
 METRIC_KEYS = ("loss", "learning_rate", "epoch", "grad_norm", "mean_token_accuracy", "entropy", "num_tokens")
 
@@ -241,20 +246,6 @@ def _used_settings(trainer: Any) -> dict[str, Any]:
     out["lr_scheduler_type"] = str(getattr(out["lr_scheduler_type"], "value", out["lr_scheduler_type"]))
     out["world_size"] = getattr(a, "world_size", 1)
     return out
-
-
-def _versions() -> dict[str, str | None]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    from medrlvr_lite.evaluate import package_versions
-
-    found = package_versions()
-    for name in ("accelerate", "datasets", "bitsandbytes"):
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            found[name] = None
-    return found
 
 
 def _now() -> str:
@@ -600,12 +591,6 @@ def train_sft(
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
-
-
 def _is_main_process() -> bool:
     """Rank 0 (or a single process): the one that writes the run's files under ``accelerate launch``."""
     return int(os.environ.get("RANK", "0")) == 0
@@ -648,58 +633,6 @@ def clear_run_dir(output_dir: str | Path) -> list[str]:
             shutil.rmtree(p) if p.is_dir() else p.unlink()
             removed.append(p.name)
     return removed
-
-
-def last_checkpoint(output_dir: str | Path) -> Path | None:
-    """The ``checkpoint-N`` with the largest N that holds a ``trainer_state.json`` (a complete save), or None."""
-    d = Path(output_dir)
-    if not d.is_dir():
-        return None
-    found = [
-        (int(m.group(1)), p)
-        for p in d.iterdir()
-        if p.is_dir()
-        and (m := re.fullmatch(r"checkpoint-(\d+)", p.name))
-        and (p / "trainer_state.json").is_file()
-    ]
-    return max(found)[1] if found else None
-
-
-def checkpoint_step(checkpoint: str | Path) -> int:
-    """The global step a checkpoint was saved at (its trainer_state.json, else its name)."""
-    p = Path(checkpoint)
-    state = _read_json(p / "trainer_state.json") or {}
-    if "global_step" in state:
-        return int(state["global_step"])
-    m = re.search(r"checkpoint-(\d+)$", p.name)
-    if not m:
-        raise SFTError(f"{p}: not a checkpoint-N folder")
-    return int(m.group(1))
-
-
-def truncate_metrics(path: str | Path, step: int) -> int:
-    """Keep the lines of a metrics JSONL with ``step <= step`` (and drop a line cut short); returns how many
-    lines were dropped. Called before resuming from the checkpoint at ``step``."""
-    p = Path(path)
-    if not p.exists():
-        return 0
-    kept, dropped = [], 0
-    for line in p.read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError:
-            dropped += 1
-            continue
-        if isinstance(row, dict) and int(row.get("step", 0)) <= step:
-            kept.append(line)
-        else:
-            dropped += 1
-    tmp = p.with_suffix(p.suffix + ".tmp")
-    tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-    os.replace(tmp, p)
-    return dropped
 
 
 # --------------------------------------------------------------------------------------------------------------
